@@ -1,0 +1,1 @@
+from keras_monet.callbacks.order_warmup import OrderWarmUp

@@ -1,0 +1,1 @@
+from keras_monet.optimizers.freezable_optimizer import FreezableOptimizer
