@@ -73,6 +73,11 @@ def validate_orders(orders, tasks):
     return array.astype("int32")
 
 
+def log_normalize(logits):
+    """log softmax over the last axis (also for a single order, M = 1)."""
+    return logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+
+
 @keras.saving.register_keras_serializable(package="keras_monet")
 class OrderSelector(keras.layers.Layer):
     """Soft order selection over M task orders (paper section 3.2 / 3.3).
@@ -206,7 +211,7 @@ class OrderSelector(keras.layers.Layer):
 
     def order_probabilities(self):
         """pi = softmax(u) over all M orders, float32 `[M]` (eq. 26)."""
-        return ops.softmax(self.order_logits)
+        return ops.exp(log_normalize(self.order_logits))
 
     def soft_order(self):
         """Omega = sum_m pi_m P_m, float32 `[T, T]`, row = step, col = task."""
@@ -235,13 +240,13 @@ class OrderSelector(keras.layers.Layer):
             _, order_indices = ops.top_k(noise, self.kept_orders, sorted=False)
             order_indices = ops.cast(order_indices, "int32")
             kept_logits = ops.take(self.order_logits, order_indices, axis=0)
-            return order_indices, ops.log_softmax(kept_logits, axis=-1)
+            return order_indices, log_normalize(kept_logits)
         order_indices = ops.broadcast_to(
             ops.arange(self.num_orders, dtype="int32")[None, :],
             (batch_size, self.num_orders),
         )
         log_weights = ops.broadcast_to(
-            ops.log_softmax(self.order_logits)[None, :],
+            log_normalize(self.order_logits)[None, :],
             (batch_size, self.num_orders),
         )
         return order_indices, log_weights
