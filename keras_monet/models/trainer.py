@@ -51,7 +51,7 @@ def validate_labels(labels, where="labels"):
     if bad.any():
         row, column = np.argwhere(bad)[0]
         raise ValueError(
-            f"The {where} should all be 0 or 1. Received {array[row, column]!r} "
+            f"The {where} should all be 0 or 1. Received {array[row, column].item()!r} "
             f"at row {row}, task {column} ({int(bad.sum())} such values)."
         )
 
