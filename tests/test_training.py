@@ -98,7 +98,7 @@ def test_warm_up_counts_absolute_epochs():
     assert all(int(o.frozen) == 0 for o in order_optimizers(model.optimizer))
 
 
-def test_functional_model_trains_and_predicts():
+def test_functional_model_trains_predicts_and_reloads(tmp_path):
     x, y = _data(n=64, features=8, tasks=4)
     inputs = keras.Input((8,))
     features = keras.layers.Dense(16, activation="relu")(inputs)
@@ -110,6 +110,12 @@ def test_functional_model_trains_and_predicts():
     prediction = model.predict(x, verbose=0)
     assert prediction.shape == (64, 4)
     assert np.all((prediction >= 0) & (prediction <= 1))
+    path = str(tmp_path / "functional.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is keras_monet.MONETModel
+    np.testing.assert_array_equal(loaded.layers[-1].orders, model.layers[-1].orders)
+    assert isinstance(loaded.order_optimizer, keras.optimizers.Adam)
 
 
 def test_stock_keras_fit_refuses_to_train_a_monet_head():
