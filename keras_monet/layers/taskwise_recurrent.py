@@ -4,6 +4,11 @@ import keras
 from keras import ops
 
 
+# Up to this many tasks, `step_layout` counts ranks by prefix sums; above,
+# it sorts (XLA's sort on CPU costs more than the O(N T^2) sums at small T).
+_CUMSUM_MAX_TASKS = 12
+
+
 def _per_task(initializer, tasks):
     """Initialises a `[T, ...]` weight as T independent `[...]` weights."""
     initializer = keras.initializers.get(initializer)
@@ -24,6 +29,8 @@ def step_layout(task, tasks, block_size):
     number of blocks, so that one batched matmul `[G, R, H] x [G, H, 3H]`
     applies every row's own cell with static shapes and without copying a
     weight matrix per row: G = (N + T (R - 1)) // R blocks always suffice.
+    Within a group, rows keep their order. Computed by prefix counts
+    (O(N T^2)) for small T, by one sort per step (O(T N log N)) above.
 
     Args:
         task: int32 `[N, T]`, the task processed by row n at step t.
@@ -36,6 +43,60 @@ def step_layout(task, tasks, block_size):
         padding) and `block_task` `[T, G]` (the cell each block uses),
         with P = G R.
     """
+    if tasks <= _CUMSUM_MAX_TASKS:
+        return _ranks_by_cumsum(task, tasks, block_size)
+    n = ops.shape(task)[0]
+    step_task = ops.transpose(task)  # [T_step, N]
+    counts = ops.sum(
+        ops.one_hot(step_task, tasks, dtype="int32"), axis=1
+    )  # [T_step, T_task]
+    # Rows sorted by (task, row) at each step: unique keys, so any sort will do.
+    row_ids = ops.arange(n, dtype="int32")[None, :]
+    sorted_rows = ops.sort(step_task * n + row_ids, axis=-1) % n  # [T, N]
+    padded = (counts + block_size - 1) // block_size * block_size
+    ends = ops.cumsum(padded, axis=-1)
+    starts = ends - padded  # [T, T_task], padded group starts
+    sorted_starts = ops.cumsum(counts, axis=-1) - counts  # unpadded
+    num_blocks = (n + tasks * (block_size - 1)) // block_size
+    num_slots = num_blocks * block_size
+    block_start = ops.arange(num_blocks, dtype="int32") * block_size
+    block_task = ops.sum(
+        ops.cast(ends[:, None, :] <= block_start[None, :, None], "int32"),
+        axis=-1,
+    )
+    block_task = ops.minimum(block_task, tasks - 1)  # [T, G]
+    # Padded slot s of step t holds the rank-th row of its block's task.
+    slot_task = ops.reshape(
+        ops.broadcast_to(
+            block_task[:, :, None], (tasks, num_blocks, block_size)
+        ),
+        (tasks, num_slots),
+    )
+    slots = ops.arange(num_slots, dtype="int32")[None, :]
+    rank = slots - ops.take_along_axis(starts, slot_task, axis=-1)
+    filled = rank < ops.take_along_axis(counts, slot_task, axis=-1)
+    position = ops.take_along_axis(sorted_starts, slot_task, axis=-1) + rank
+    position = ops.where(filled, position, 0)
+    row_of_slot = ops.where(
+        filled, ops.take_along_axis(sorted_rows, position, axis=-1), n
+    )  # [T, P]
+    # And back: row n's slot, scattering each filled slot's index.
+    steps = ops.broadcast_to(
+        ops.arange(tasks, dtype="int32")[:, None], (tasks, num_slots)
+    )
+    indices = ops.reshape(
+        ops.stack([ops.minimum(row_of_slot, n - 1), steps], axis=-1), (-1, 2)
+    )
+    slot = ops.scatter(
+        indices,
+        ops.reshape(ops.where(filled, slots + 1, 0), (-1,)),
+        (n, tasks),
+    ) - 1
+    return slot, row_of_slot, block_task
+
+
+def _ranks_by_cumsum(task, tasks, block_size):
+    """`step_layout` by prefix counts, O(N T^2): fastest for small T."""
     n = ops.shape(task)[0]
     one_hot = ops.one_hot(task, tasks, dtype="int32")  # [N, T_step, T_task]
     counts = ops.sum(one_hot, axis=0)  # [T_step, T_task]
@@ -65,13 +126,17 @@ def step_layout(task, tasks, block_size):
 
 
 def _take_rows(values, index):
-    """`values[index]`, where index `len(values)` reads a row of zeros."""
-    padding = ops.zeros((1, ops.shape(values)[1]), dtype=values.dtype)
-    return ops.take(ops.concatenate([values, padding], axis=0), index, axis=0)
+    """`values[index]` along axis 0; an index past the end reads zeros."""
+    size = ops.shape(values)[0]
+    rows = ops.take(values, ops.minimum(index, size - 1), axis=0)
+    inside = index < size
+    if len(values.shape) > 1:
+        inside = inside[:, None]
+    return ops.where(inside, rows, ops.zeros_like(rows))
 
 
 def move_rows(values, index, adjoint_index):
-    """Moves rows between the row and the grouped layout: `values[index]`.
+    """Moves rows between two layouts: `values[index]` (past the end: 0).
 
     `index` and `adjoint_index` are inverse one-to-one maps (up to padding),
     so the gradient is the reverse move, a gather too. Left to autodiff it
@@ -280,15 +345,21 @@ class TaskwiseRecurrent(keras.layers.Layer):
         )
 
     def call(self, initial_state, orders, labels=None, label_mask=None):
-        tasks, units = self.tasks, self.units
+        tasks, units, block = self.tasks, self.units, self.block_size
         batch_size = ops.shape(initial_state)[0]
         orders = ops.cast(orders, "int32")
         num_orders = ops.shape(orders)[1]
         n = batch_size * num_orders
         task = ops.reshape(orders, (n, tasks))  # [N, T] step -> task
-        slot, row_of_slot, block_task = step_layout(
-            task, tasks, self.block_size
-        )
+        slot, row_of_slot, block_task = step_layout(task, tasks, block)
+        num_blocks = ops.shape(block_task)[1]
+        num_slots = num_blocks * block
+        # The state stays in the grouped layout of the current step: one
+        # move per step, from step t - 1's layout to step t's. Row n (a
+        # padding slot's row) sits past the end of every layout (zeros).
+        slot_or_end = ops.concatenate(
+            [slot, ops.full((1, tasks), num_slots, dtype="int32")], axis=0
+        )  # [N + 1, T]
 
         values = 2 * tasks + 1
         table = ops.reshape(self.input_table(), (tasks * values, 3 * units))
@@ -299,11 +370,16 @@ class TaskwiseRecurrent(keras.layers.Layer):
                 ops.cast(labels, "int32")[:, None, :], orders, axis=-1
             )
             step_labels = ops.reshape(step_labels, (n, tasks))
+            # The label value fed at each step (0 at step 0 or if unknown).
+            fed = 1 + 2 * task[:, :-1] + step_labels[:, :-1]
             if label_mask is not None:
                 step_known = ops.take_along_axis(
                     ops.cast(label_mask, "int32")[:, None, :], orders, axis=-1
                 )
-                step_known = ops.reshape(step_known, (n, tasks))
+                fed = fed * ops.reshape(step_known, (n, tasks))[:, :-1]
+            fed = ops.concatenate(
+                [ops.zeros((n, 1), dtype="int32"), fed], axis=1
+            )  # [N, T]
 
         h = ops.reshape(
             ops.broadcast_to(
@@ -311,45 +387,55 @@ class TaskwiseRecurrent(keras.layers.Layer):
             ),
             (n, units),
         )
-        label_value = ops.zeros((n,), dtype="int32")
+        h = move_rows(h, row_of_slot[0], slot[:, 0])  # [P, H], grouped
         outputs = []
         for t in range(tasks):
-            cell = task[:, t]
-            x = ops.take(table, cell * values + label_value, axis=0)
-            grouped = move_rows(h, row_of_slot[t], slot[:, t])  # [P, H]
-            grouped = ops.reshape(grouped, (-1, self.block_size, units))
+            rows = row_of_slot[t]  # [P]
+            cells = block_task[t]  # [G]
+            if t > 0:
+                h = move_rows(
+                    h,
+                    ops.take(slot_or_end[:, t - 1], rows, axis=0),
+                    ops.take(slot_or_end[:, t], row_of_slot[t - 1], axis=0),
+                )
+            slot_cell = ops.reshape(
+                ops.broadcast_to(cells[:, None], (num_blocks, block)), (-1,)
+            )  # [P]
+            if teacher_forcing:
+                label_value = _take_rows(fed[:, t], rows)
+            elif t == 0:
+                label_value = ops.zeros((num_slots,), dtype="int32")
+            x = ops.take(table, slot_cell * values + label_value, axis=0)
+            grouped = ops.reshape(h, (num_blocks, block, units))
             recurrent = ops.matmul(
-                grouped, ops.take(self.recurrent_kernel, block_task[t], axis=0)
-            )
-            recurrent = move_rows(
-                ops.reshape(recurrent, (-1, 3 * units)),
-                slot[:, t],
-                row_of_slot[t],
-            ) + ops.take(self.recurrent_bias, cell, axis=0)
+                grouped, ops.take(self.recurrent_kernel, cells, axis=0)
+            ) + ops.take(self.recurrent_bias, cells, axis=0)[:, None, :]
+            recurrent = ops.reshape(recurrent, (num_slots, 3 * units))
             x_z, x_r, x_h = ops.split(x, 3, axis=-1)
             h_z, h_r, h_h = ops.split(recurrent, 3, axis=-1)
             z = ops.sigmoid(x_z + h_z)
             r = ops.sigmoid(x_r + h_r)
             h = z * h + (1.0 - z) * ops.tanh(x_h + r * h_h)
             logit = ops.sum(
-                h * ops.take(self.output_kernel, cell, axis=0), axis=-1
-            ) + ops.take(self.output_bias, cell, axis=0)
-            logit = ops.cast(logit, "float32")
+                ops.reshape(h, (num_blocks, block, units))
+                * ops.take(self.output_kernel, cells, axis=0)[:, None, :],
+                axis=-1,
+            ) + ops.take(self.output_bias, cells, axis=0)[:, None]
+            logit = ops.cast(ops.reshape(logit, (num_slots,)), "float32")
             if teacher_forcing:
-                outputs.append(logit)
-                label = step_labels[:, t]
-                known = step_known[:, t] if label_mask is not None else None
+                outputs.append(move_rows(logit, slot[:, t], rows))
             else:
                 probability = ops.sigmoid(logit)
-                outputs.append(probability)
+                outputs.append(ops.take(probability, slot[:, t], axis=0))
                 noise = keras.random.uniform(
                     (n,), seed=self.seed_generator, dtype="float32"
                 )
-                label = ops.cast(noise < probability, "int32")
-                known = None
-            label_value = 1 + 2 * cell + label
-            if known is not None:
-                label_value = label_value * known
+                label = ops.cast(_take_rows(noise, rows) < probability, "int32")
+                if t + 1 < tasks:
+                    label_value = _take_rows(
+                        1 + 2 * slot_cell + label,
+                        ops.take(slot_or_end[:, t], row_of_slot[t + 1], axis=0),
+                    )
         step_outputs = ops.stack(outputs, axis=-1)  # [N, T] in step order
         inverse = ops.argsort(task, axis=-1)  # task -> step
         task_outputs = ops.take_along_axis(step_outputs, inverse, axis=-1)
