@@ -268,3 +268,24 @@ def test_learns_the_identity_order_on_the_toy():
     assert head.top_orders(1)[0][0] == [0, 1, 2]
     assert np.sum((omega - np.eye(3)) ** 2) < 1.0, omega
     assert accuracy > 0.95
+
+
+def test_weight_checkpoints_restore_both_optimizers(tmp_path):
+    x, y = _data(n=32, features=8, tasks=4)
+
+    def make():
+        model = _small_model(tasks=4, orders=24, order_dropout=6, features=8)
+        model.compile(optimizer="adam", order_optimizer=keras.optimizers.Adam(1e-2))
+        return model
+
+    model = make()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    path = str(tmp_path / "checkpoint.weights.h5")
+    model.save_weights(path)
+    restored = make()
+    restored.fit(x[:16], y[:16], epochs=1, batch_size=16, verbose=0)  # builds
+    restored.load_weights(path)
+    for a, b in zip(model.optimizer.variables, restored.optimizer.variables):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+    assert int(restored.order_optimizer.iterations) == 4
+    np.testing.assert_array_equal(_logits(restored), _logits(model))
