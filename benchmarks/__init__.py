@@ -1,0 +1,1 @@
+"""MONET benchmark suite: `python benchmarks/run.py`."""
