@@ -184,7 +184,7 @@ def run_experiment(spec, tasks, seed, epochs):
         history = SoftOrderHistory(head, tasks)
         callbacks.append(history)
     if spec["head"] == "hard":
-        callbacks.append(baselines.OrderExploration(spec.get("n", 20)))
+        callbacks.append(baselines.OrderExploration(spec.get("n", 0)))
     start = time.time()
     model.fit(
         x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0,
@@ -223,7 +223,21 @@ stored under a hash of those; asking for the same run again reads it back.
 """
 
 
+def normalized(spec):
+    """The same MONET run, written one way: no n = 0, no k >= M."""
+    spec = dict(spec)
+    if spec["head"] == "monet":
+        if spec.get("n") == 0:
+            del spec["n"]
+        if spec.get("k") is not None and spec["k"] >= spec.get(
+            "orders", PAPER["orders"]
+        ):
+            del spec["k"]
+    return spec
+
+
 def cached_run(out, spec, tasks, seed, epochs, label=""):
+    spec = normalized(spec)
     key = json.dumps(
         dict(spec=spec, tasks=tasks, seed=seed, epochs=epochs), sort_keys=True
     )
@@ -328,6 +342,7 @@ def fig5(args):
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig5.png"), dpi=120)
+    return payload
 
 
 """
@@ -371,15 +386,16 @@ def table1(args):
     plain = dict(base)
     warm, warm_search = search(
         args, "table1 warm-up search",
-        [dict(base, n=n) for n in n_grid], tasks, args.epochs,
+        [normalized(dict(base, n=n)) for n in n_grid], tasks, args.epochs,
     )
     drop, drop_search = search(
         args, "table1 dropout search",
-        [dict(base, k=k) for k in k_grid], tasks, args.epochs,
+        [normalized(dict(base, k=k)) for k in k_grid], tasks, args.epochs,
     )
-    both = dict(base, n=warm["n"], k=drop["k"])
+    both = normalized(dict(base, n=warm.get("n", 0), k=drop.get("k")))
     rows = [
-        ("hard selection", dict(head="hard", orders=orders, n=warm["n"])),
+        ("hard selection",
+         dict(head="hard", orders=orders, n=warm.get("n", 0))),
         ("plain", plain),
         ("warm-up", warm),
         ("dropout", drop),
@@ -393,7 +409,8 @@ def table1(args):
     )
     lines = [
         f"T = {tasks}, M = {orders}, {args.epochs} epochs, {args.seeds} seeds; "
-        f"n = {warm['n']}, k = {drop['k']} (chosen on validation).",
+        f"n = {warm.get('n', 0)}, k = {drop.get('k', orders)} (chosen on "
+        "validation).",
         "",
         "| method | settings | mean test accuracy (%) | finds identity | "
         "per task | paper accuracy | paper finds identity |",
@@ -454,8 +471,8 @@ def table2(args):
         if os.path.exists(path):
             with open(path) as f:
                 chosen = json.load(f)["rows"]["warm-up + dropout"]["spec"]
-            n = chosen["n"] if n is None else n
-            k = chosen["k"] if k is None else k
+            n = chosen.get("n", 0) if n is None else n
+            k = chosen.get("k", orders) if k is None else k
             log(f"table2: MONET uses Table 1's validation choice n={n}, k={k}")
         else:
             n = 2 if n is None and args.quick else (25 if n is None else n)
