@@ -1,10 +1,15 @@
 """The training step shared by `keras_monet.Sequential` and `MONETModel`."""
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_monet import teacher_forcing
+# Keras's own helpers to scale a loss for tf.distribute (the TensorFlow step
+# mirrors Keras's).
+from keras.src.losses import loss as loss_module  # noqa: E402
 from keras_monet.optimizers.freezable_optimizer import FreezableOptimizer
 
 # The optimizer map routes every variable whose path ends with this to the
@@ -183,8 +188,41 @@ class MONETTrainer:
         validate_labels(y)
         return x, y
 
-    def _monet_objective(self, context, x, sample_weight):
-        if not context.losses:
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        """MONET's loss: the head's objective in training, else the marginals'.
+
+        In training (inside the step's `TeacherForcing` context) it is the
+        mean over the batch of the head's per-example objective (eq. 18 or the
+        expected form), weighted by `sample_weight`. Otherwise it is the
+        summed binary cross-entropy of the Monte-Carlo marginals (eq. 27),
+        which is what `predict` returns. Regularization losses are added.
+        """
+        context = teacher_forcing.current() if training else None
+        if training:
+            per_example = self._head_objective(context)
+        else:
+            epsilon = keras.config.epsilon()
+            probabilities = ops.clip(
+                ops.cast(y_pred, "float32"), epsilon, 1.0 - epsilon
+            )
+            per_example = ops.sum(
+                ops.binary_crossentropy(ops.cast(y, "float32"), probabilities),
+                axis=-1,
+            )
+        if sample_weight is not None:
+            per_example = per_example * ops.reshape(
+                ops.cast(sample_weight, "float32"), (-1,)
+            )
+        loss = ops.mean(per_example)
+        if self.losses:
+            loss = loss + ops.cast(ops.sum(self.losses), "float32")
+        # Each replica's share of the global mean, as Keras's losses do.
+        return loss_module.scale_loss_for_distribution(loss)
+
+    def _head_objective(self, context):
+        if context is None or not context.losses:
             raise ValueError(
                 "The model has no MONET head that used the labels: add a "
                 "`keras_monet.MONETHead` (or a baseline head from "
@@ -195,60 +233,55 @@ class MONETTrainer:
                 "A MONET model trains exactly one head on its labels; found "
                 f"{len(context.losses)} heads."
             )
-        per_example = context.losses[0]  # [B]
-        if sample_weight is not None:
-            per_example = per_example * ops.reshape(
-                ops.cast(sample_weight, "float32"), (-1,)
-            )
-        loss = ops.mean(per_example)
-        if self.losses:
-            loss = loss + ops.cast(ops.sum(self.losses), "float32")
-        return loss
+        return context.losses[0]  # [B]
 
-    def train_step(self, data):
-        if keras.backend.backend() != "tensorflow":
-            raise NotImplementedError(
-                "keras_monet's training step supports the TensorFlow backend "
-                f"only for now; the backend is {keras.backend.backend()!r}."
-            )
-        import tensorflow as tf
-
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if y is None:
+    # JAX: Keras's stateless training step calls this for the forward pass
+    # and the loss; the labels reach the head through the context.
+    def compute_loss_and_updates(
+        self, trainable_variables, non_trainable_variables, metrics_variables,
+        x, y, sample_weight, training=False, optimizer_variables=None,
+    ):
+        if training and y is None:
             validate_labels(None)
-        with tf.GradientTape() as tape:
-            with teacher_forcing.TeacherForcing(ops.cast(y, "float32")) as ctx:
-                y_pred = self(x, training=True)
-            loss = self._monet_objective(ctx, x, sample_weight)
-            self._loss_tracker.update_state(
-                loss, sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+        forcing = (
+            teacher_forcing.TeacherForcing(ops.cast(y, "float32"))
+            if training
+            else contextlib.nullcontext()
+        )
+        with forcing:
+            return super().compute_loss_and_updates(
+                trainable_variables, non_trainable_variables,
+                metrics_variables, x, y, sample_weight, training=training,
+                optimizer_variables=optimizer_variables,
             )
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        trainable = self.trainable_weights
-        gradients = tape.gradient(scaled, trainable)
-        self.optimizer.apply(gradients, trainable)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self(x, training=False)
-        y = ops.cast(y, "float32")
-        # The loss of the Monte-Carlo marginals (eq. 27): summed BCE.
-        epsilon = keras.config.epsilon()
-        probabilities = ops.clip(y_pred, epsilon, 1.0 - epsilon)
-        per_example = ops.sum(
-            ops.binary_crossentropy(y, probabilities), axis=-1
-        )
-        if sample_weight is not None:
-            per_example = per_example * ops.reshape(
-                ops.cast(sample_weight, "float32"), (-1,)
+    if keras.backend.backend() == "tensorflow":
+
+        def train_step(self, data):
+            """Keras's TensorFlow step, with the forward pass under teacher forcing."""
+            import tensorflow as tf
+
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            if y is None:
+                validate_labels(None)
+            with tf.GradientTape() as tape:
+                with teacher_forcing.TeacherForcing(ops.cast(y, "float32")):
+                    y_pred = self(x, training=True)
+                    loss = self._compute_loss(
+                        x=x, y=y, y_pred=y_pred,
+                        sample_weight=sample_weight, training=True,
+                    )
+                self._loss_tracker.update_state(
+                    loss_module.unscale_loss_for_distribution(loss),
+                    sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
+                )
+                scaled = self.optimizer.scale_loss(loss)
+            trainable = self.trainable_weights
+            gradients = tape.gradient(scaled, trainable)
+            self.optimizer.apply(gradients, trainable)
+            return self.compute_metrics(
+                x, y, y_pred, sample_weight=sample_weight
             )
-        loss = ops.mean(per_example)
-        self._loss_tracker.update_state(
-            loss, sample_weight=ops.shape(y)[0]
-        )
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 def _is_dataset(value):

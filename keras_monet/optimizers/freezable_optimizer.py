@@ -70,16 +70,29 @@ class FreezableOptimizer(keras.optimizers.Optimizer):
             self._common_apply(grads, trainable_variables)
 
     def _common_apply(self, grads, trainable_variables=None):
-        def update():
-            self.inner_optimizer.apply(grads, trainable_variables)
-
-        ops.cond(self._thawed(), update, lambda: None)
+        # A select rather than a conditional: under JAX, stateless updates
+        # made inside a traced `cond` branch cannot leave it. The update is
+        # computed and discarded while frozen; its state is then unchanged.
+        trainable_variables = list(
+            trainable_variables or self.inner_optimizer._trainable_variables
+        )
+        watched = trainable_variables + list(self.inner_optimizer.variables)
+        before = [ops.convert_to_tensor(v) for v in watched]
+        self.inner_optimizer.apply(grads, trainable_variables)
+        thawed = self._thawed()
+        for variable, old in zip(watched, before):
+            variable.assign(ops.where(thawed, ops.convert_to_tensor(variable), old))
 
     def _tf_apply(self, grads, trainable_variables=None):
         import tensorflow as tf
 
         if tf.__internal__.distribute.strategy_supports_no_merge_call():
-            self._common_apply(grads, trainable_variables)
+            # A true skip: the conditional holds the whole update.
+            ops.cond(
+                self._thawed(),
+                lambda: self.inner_optimizer.apply(grads, trainable_variables),
+                lambda: None,
+            )
             return
 
         # Under MirroredStrategy the inner update merges across replicas, so
@@ -97,23 +110,6 @@ class FreezableOptimizer(keras.optimizers.Optimizer):
         tf.distribute.get_replica_context().merge_call(
             cross_replica, args=(grads, trainable_variables)
         )
-
-    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        own_count = len(self._variables)
-        own = list(optimizer_variables[:own_count])
-        inner = list(optimizer_variables[own_count:])
-        frozen = own[self._variables.index(self.frozen)]
-
-        def update():
-            new_trainable, new_inner = self.inner_optimizer.stateless_apply(
-                inner, grads, trainable_variables
-            )
-            return list(new_trainable), own + list(new_inner)
-
-        def skip():
-            return list(trainable_variables), list(optimizer_variables)
-
-        return ops.cond(ops.equal(frozen, 0), update, skip)
 
     @property
     def learning_rate(self):
