@@ -19,6 +19,11 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "--xnnpack" in sys.argv[1:]:
+    # XLA's CPU flags are read once, before the first compilation.
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_xnnpack=true"
+    ).strip()
 # Run from the working tree alone: `python benchmarks/run.py` from anywhere.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -43,7 +48,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--reference-shapes",
         default=None,
-        help="shapes for the per-row-gather reference (default toy,au)",
+        help="shapes for the per-row-gather reference "
+        "(default au when --quick, else toy,au)",
     )
     parser.add_argument(
         "--baseline-shapes",
@@ -56,6 +62,12 @@ def parse_args(argv=None):
         type=int,
         default=None,
         help="MONETHead block_size (default: the library's)",
+    )
+    parser.add_argument(
+        "--xnnpack",
+        action="store_true",
+        help="XLA on CPU: run dots through XNNPACK "
+        "(XLA_FLAGS=--xla_cpu_use_xnnpack=true)",
     )
     parser.add_argument("--json", default=None, help="write results here")
     parser.add_argument(
@@ -77,9 +89,15 @@ def main(argv=None):
     start = time.perf_counter()
     repeats = args.repeats or (3 if args.quick else 7)
     shapes = _split(args.shapes)
-    reference_shapes = _split(args.reference_shapes or "toy,au")
+    reference_shapes = _split(
+        args.reference_shapes
+        if args.reference_shapes is not None
+        else ("au" if args.quick else "toy,au")
+    )
     baseline_shapes = _split(
-        args.baseline_shapes or ("au" if args.quick else "toy,au,large")
+        args.baseline_shapes
+        if args.baseline_shapes is not None
+        else ("au" if args.quick else "toy,au,large")
     )
     baselines = list(suite.baseline_classes())
 
@@ -135,6 +153,8 @@ def main(argv=None):
         + "`",
         "",
         "Machine: " + suite.machine_line(matmul_best)
+        + (", XLA_FLAGS=" + os.environ["XLA_FLAGS"]
+           if os.environ.get("XLA_FLAGS") else "")
         + f" (matmul {matmul:.0f} at the start, {matmul_end:.0f} after the "
         "shapes).",
         "",

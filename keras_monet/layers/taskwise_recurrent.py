@@ -9,6 +9,22 @@ from keras import ops
 _CUMSUM_MAX_TASKS = 12
 
 
+def auto_block_size(rows, tasks):
+    """A block size for `rows` (example, order) rows and T tasks.
+
+    Each task gets about N / T rows per step and up to R - 1 padding rows:
+    the largest power of two <= N / (2 T), between 8 and 64, keeps padding
+    under about half the rows while blocks stay large enough for an
+    efficient batched matmul. 32 when N is not known when tracing.
+    """
+    if not isinstance(rows, int):
+        return 32
+    size = 8
+    while size < 64 and 2 * size <= rows / (2 * tasks):
+        size *= 2
+    return size
+
+
 def _per_task(initializer, tasks):
     """Initialises a `[T, ...]` weight as T independent `[...]` weights."""
     initializer = keras.initializers.get(initializer)
@@ -156,6 +172,88 @@ def move_rows(values, index, adjoint_index):
     return move(values)
 
 
+def take_cells(weights, cells):
+    """`weights[cells]` along axis 0, with a dense gradient.
+
+    Autodiff of a gather gives sparse slices that TensorFlow concatenates
+    across the T steps before one scatter-add; this gradient is instead one
+    small matmul per step, `one_hot(cells)^T @ upstream`, summed densely.
+    """
+
+    @ops.custom_gradient
+    def take(w):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            count = ops.shape(w)[0]
+            one_hot = ops.one_hot(cells, count, dtype=upstream.dtype)
+            flat = ops.reshape(upstream, (ops.shape(upstream)[0], -1))
+            return ops.reshape(
+                ops.matmul(ops.transpose(one_hot), flat), ops.shape(w)
+            )
+
+        return ops.take(w, cells, axis=0), grad
+
+    # A tensor, not the variable (`+ 0` reads it, autocast included): TF's
+    # eager custom gradient would otherwise want the variable's gradient
+    # returned separately.
+    return take(weights + 0)
+
+
+def lookup(table, index):
+    """`table[index]` along axis 0; the gradient is one segment sum."""
+
+    @ops.custom_gradient
+    def take(w):
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            return ops.segment_sum(upstream, index, ops.shape(w)[0])
+
+        return ops.take(w, index, axis=0), grad
+
+    return take(table)
+
+
+def gru_update(x, recurrent, h):
+    """A GRU cell's state update from its two projections (gates z, r, h).
+
+    `h' = z h + (1 - z) tanh(x_h + r rec_h)` with `z, r = sigmoid(x + rec)`
+    (Keras's `reset_after=True` cell). The gradient is written by hand so
+    that each of `dx`, `drec` is one fused elementwise pass over `[P, 3H]`.
+    """
+
+    @ops.custom_gradient
+    def update(x, recurrent, h):
+        units = ops.shape(h)[-1]
+        x3 = ops.reshape(x, (-1, 3, units))
+        rec3 = ops.reshape(recurrent, (-1, 3, units))
+        z = ops.sigmoid(x3[:, 0] + rec3[:, 0])
+        r = ops.sigmoid(x3[:, 1] + rec3[:, 1])
+        rec_h = rec3[:, 2]
+        n = ops.tanh(x3[:, 2] + r * rec_h)
+        new = z * h + (1.0 - z) * n
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            d_pre_h = upstream * (1.0 - z) * (1.0 - n * n)
+            d_pre_z = upstream * (h - n) * z * (1.0 - z)
+            d_pre_r = d_pre_h * rec_h * r * (1.0 - r)
+            def by_gate(last):
+                return ops.concatenate([d_pre_z, d_pre_r, last], axis=-1)
+
+            return (
+                by_gate(d_pre_h),
+                by_gate(d_pre_h * r),
+                upstream * z,
+            )
+
+        return new, grad
+
+    return update(x, recurrent, h)
+
+
 @keras.saving.register_keras_serializable(package="keras_monet")
 class TaskwiseRecurrent(keras.layers.Layer):
     """T task-wise GRU cells chained along task orders (paper eq. 15-17).
@@ -204,7 +302,9 @@ class TaskwiseRecurrent(keras.layers.Layer):
         tasks: int, the number of tasks T.
         units: int, H, the hidden size (the initial state's last dimension).
         label_units: int, the size of the previous-label embedding.
-        block_size: int, rows per block when grouping rows by task.
+        block_size: int, rows per block when grouping rows by task, or
+            None to choose it from the number of rows per task and step
+            (`auto_block_size`). It changes speed only, never the outputs.
         kernel_initializer: initializer of each cell's input kernel.
         recurrent_initializer: initializer of each cell's recurrent kernel.
         bias_initializer: initializer of the cells' biases.
@@ -247,7 +347,6 @@ class TaskwiseRecurrent(keras.layers.Layer):
             ("tasks", tasks),
             ("units", units),
             ("label_units", label_units),
-            ("block_size", block_size),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(
@@ -257,6 +356,15 @@ class TaskwiseRecurrent(keras.layers.Layer):
         self.tasks = tasks
         self.units = units
         self.label_units = label_units
+        if block_size is not None and (
+            isinstance(block_size, bool)
+            or not isinstance(block_size, int)
+            or block_size < 1
+        ):
+            raise ValueError(
+                "`block_size` should be an integer >= 1 or None. Received: "
+                f"`block_size={block_size}`."
+            )
         self.block_size = block_size
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(
@@ -345,11 +453,12 @@ class TaskwiseRecurrent(keras.layers.Layer):
         )
 
     def call(self, initial_state, orders, labels=None, label_mask=None):
-        tasks, units, block = self.tasks, self.units, self.block_size
+        tasks, units = self.tasks, self.units
         batch_size = ops.shape(initial_state)[0]
         orders = ops.cast(orders, "int32")
         num_orders = ops.shape(orders)[1]
         n = batch_size * num_orders
+        block = self.block_size or auto_block_size(n, tasks)
         task = ops.reshape(orders, (n, tasks))  # [N, T] step -> task
         slot, row_of_slot, block_task = step_layout(task, tasks, block)
         num_blocks = ops.shape(block_task)[1]
@@ -405,22 +514,18 @@ class TaskwiseRecurrent(keras.layers.Layer):
                 label_value = _take_rows(fed[:, t], rows)
             elif t == 0:
                 label_value = ops.zeros((num_slots,), dtype="int32")
-            x = ops.take(table, slot_cell * values + label_value, axis=0)
+            x = lookup(table, slot_cell * values + label_value)
             grouped = ops.reshape(h, (num_blocks, block, units))
             recurrent = ops.matmul(
-                grouped, ops.take(self.recurrent_kernel, cells, axis=0)
-            ) + ops.take(self.recurrent_bias, cells, axis=0)[:, None, :]
+                grouped, take_cells(self.recurrent_kernel, cells)
+            ) + take_cells(self.recurrent_bias, cells)[:, None, :]
             recurrent = ops.reshape(recurrent, (num_slots, 3 * units))
-            x_z, x_r, x_h = ops.split(x, 3, axis=-1)
-            h_z, h_r, h_h = ops.split(recurrent, 3, axis=-1)
-            z = ops.sigmoid(x_z + h_z)
-            r = ops.sigmoid(x_r + h_r)
-            h = z * h + (1.0 - z) * ops.tanh(x_h + r * h_h)
+            h = gru_update(x, recurrent, h)
             logit = ops.sum(
                 ops.reshape(h, (num_blocks, block, units))
-                * ops.take(self.output_kernel, cells, axis=0)[:, None, :],
+                * take_cells(self.output_kernel, cells)[:, None, :],
                 axis=-1,
-            ) + ops.take(self.output_bias, cells, axis=0)[:, None]
+            ) + take_cells(self.output_bias, cells)[:, None]
             logit = ops.cast(ops.reshape(logit, (num_slots,)), "float32")
             if teacher_forcing:
                 outputs.append(move_rows(logit, slot[:, t], rows))
@@ -437,8 +542,13 @@ class TaskwiseRecurrent(keras.layers.Layer):
                         ops.take(slot_or_end[:, t], row_of_slot[t + 1], axis=0),
                     )
         step_outputs = ops.stack(outputs, axis=-1)  # [N, T] in step order
-        inverse = ops.argsort(task, axis=-1)  # task -> step
-        task_outputs = ops.take_along_axis(step_outputs, inverse, axis=-1)
+        # Back to task order: out[n, j] = step_outputs[n, t] where task j is
+        # step t's; a one-hot contraction (exact), cheaper than a sort.
+        task_outputs = ops.einsum(
+            "nt,ntj->nj",
+            step_outputs,
+            ops.one_hot(task, tasks, dtype=step_outputs.dtype),
+        )
         return ops.reshape(task_outputs, (batch_size, num_orders, tasks))
 
     def compute_output_shape(self, initial_state_shape, orders_shape):
