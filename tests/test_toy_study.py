@@ -87,6 +87,9 @@ def test_fig6_and_fig5(study, out, capsys):
     assert set(payload["curves"]) == {"6", "3"}
     assert capsys.readouterr().out.count("cached") == 2  # Table 1's runs
     _outputs(out, "fig6")
+    payload = study.main(["run", *TINY, "--out", out])  # plain: cached
+    assert payload["spec"] == dict(head="monet", orders=6)
+    _outputs(out, "run_orders6_e2")
     payload = study.main(
         ["fig5", "--tasks", "2", "--epochs", "1", "--seeds", "1", "--out", out]
     )
