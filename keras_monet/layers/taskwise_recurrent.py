@@ -518,14 +518,14 @@ class TaskwiseRecurrent(keras.layers.Layer):
             grouped = ops.reshape(h, (num_blocks, block, units))
             recurrent = ops.matmul(
                 grouped, take_cells(self.recurrent_kernel, cells)
-            ) + take_cells(self.recurrent_bias, cells)[:, None, :]
+            ) + ops.take(self.recurrent_bias, cells, axis=0)[:, None, :]
             recurrent = ops.reshape(recurrent, (num_slots, 3 * units))
             h = gru_update(x, recurrent, h)
             logit = ops.sum(
                 ops.reshape(h, (num_blocks, block, units))
-                * take_cells(self.output_kernel, cells)[:, None, :],
+                * ops.take(self.output_kernel, cells, axis=0)[:, None, :],
                 axis=-1,
-            ) + take_cells(self.output_bias, cells)[:, None]
+            ) + ops.take(self.output_bias, cells, axis=0)[:, None]
             logit = ops.cast(ops.reshape(logit, (num_slots,)), "float32")
             if teacher_forcing:
                 outputs.append(move_rows(logit, slot[:, t], rows))
