@@ -226,13 +226,14 @@ stored under a hash of those; asking for the same run again reads it back.
 
 
 def normalized(spec):
-    """The same MONET run, written one way: no n = 0, no k >= M."""
+    """The same MONET run, written one way: no n = 0, no k = None or >= M."""
     spec = dict(spec)
     if spec["head"] == "monet":
         if spec.get("n") == 0:
             del spec["n"]
-        if spec.get("k") is not None and spec["k"] >= spec.get(
-            "orders", PAPER["orders"]
+        if "k" in spec and (
+            spec["k"] is None
+            or spec["k"] >= spec.get("orders", PAPER["orders"])
         ):
             del spec["k"]
     return spec
