@@ -59,9 +59,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument(
         "--block-size",
-        type=int,
         default=None,
-        help="MONETHead block_size (default: the library's)",
+        help="MONETHead block_size: an integer, or 'auto' "
+        "(TaskwiseRecurrent chooses); default: the head's default",
     )
     parser.add_argument(
         "--xnnpack",
@@ -155,6 +155,7 @@ def main(argv=None):
         "Machine: " + suite.machine_line(matmul_best)
         + (", XLA_FLAGS=" + os.environ["XLA_FLAGS"]
            if os.environ.get("XLA_FLAGS") else "")
+        + (f", block_size={args.block_size}" if args.block_size else "")
         + f" (matmul {matmul:.0f} at the start, {matmul_end:.0f} after the "
         "shapes).",
         "",

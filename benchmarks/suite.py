@@ -154,7 +154,14 @@ def make_head(kind, shape, block_size=None, seed=0):
     """A MONET head ('monet', 'row_gather') or a baseline by class name."""
     tasks = shape["tasks"]
     if kind in ("monet", "row_gather"):
-        extra = {} if block_size is None else {"block_size": block_size}
+        # block_size: None keeps the head's default, "auto" asks
+        # TaskwiseRecurrent to choose (block_size=None there).
+        if block_size is None:
+            extra = {}
+        elif block_size == "auto":
+            extra = {"block_size": None}
+        else:
+            extra = {"block_size": int(block_size)}
         head = keras_monet.MONETHead(
             tasks=tasks,
             orders=_orders(shape),
