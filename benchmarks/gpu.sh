@@ -14,10 +14,8 @@
 #   - TensorFlow (with GPU support): everything, as on CPU. Peak memory is
 #     TensorFlow's allocator peak on GPU:0.
 #   - JAX only (KERAS_BACKEND=jax, chosen automatically when TensorFlow is
-#     absent): keras_monet's *training step is TensorFlow-only* for now, so
-#     the training columns read "n/a (TF only)"; the inference columns
-#     (Monte-Carlo prediction, XLA via jax.jit) and the matmul rate are
-#     measured. Peak memory is JAX's device peak_bytes_in_use.
+#     absent): everything too; the training step is Keras's jitted JAX step
+#     (through train_on_batch). Peak memory is JAX's device peak_bytes_in_use.
 #   Set KERAS_BACKEND yourself to force one; PYTHON to choose the interpreter.
 set -euo pipefail
 
@@ -38,8 +36,7 @@ if [ -z "${KERAS_BACKEND:-}" ]; then
         export KERAS_BACKEND=tensorflow
     elif "$py" -c "import jax" >/dev/null 2>&1; then
         export KERAS_BACKEND=jax
-        echo "TensorFlow not found: using JAX (training step not measured," \
-             "it is TensorFlow-only)." >&2
+        echo "TensorFlow not found: using JAX." >&2
     else
         echo "Neither TensorFlow nor JAX is importable by $py." >&2
         exit 1
