@@ -50,6 +50,7 @@ import keras  # noqa: E402
 
 import keras_monet  # noqa: E402
 from keras_monet import baselines  # noqa: E402
+from keras_monet.layers.order_selector import draw_orders  # noqa: E402
 
 """
 ## The paper's settings
@@ -105,6 +106,19 @@ the identity after every epoch (Figure 6).
 """
 
 
+def order_set(spec, tasks, seed):
+    """M as an int, or, with `include_identity`, an explicit `[M, T]` list of
+    the identity and M - 1 other random orders (quick runs use M < T!, and
+    a random subset would usually miss the identity)."""
+    orders = spec.get("orders", PAPER["orders"])
+    if not spec.get("include_identity"):
+        return orders
+    identity = list(range(tasks))
+    drawn = draw_orders(tasks, min(orders + 1, math.factorial(tasks)), seed)
+    others = [o.tolist() for o in drawn if o.tolist() != identity]
+    return [identity] + others[: orders - 1]
+
+
 def make_head(spec, tasks, seed):
     """Builds the head a run spec names."""
     kind = spec["head"]
@@ -112,7 +126,7 @@ def make_head(spec, tasks, seed):
     if kind == "monet":
         return keras_monet.MONETHead(
             tasks=tasks,
-            orders=spec.get("orders", PAPER["orders"]),
+            orders=order_set(spec, tasks, seed),
             order_dropout=spec.get("k"),
             samples=samples,
             objective=spec.get("objective", "mixture"),
@@ -127,7 +141,7 @@ def make_head(spec, tasks, seed):
     if kind == "hard":
         return baselines.HardOrderSelection(
             tasks,
-            orders=spec.get("orders", PAPER["orders"]),
+            orders=order_set(spec, tasks, seed),
             samples=samples,
             seed=seed,
         )
@@ -386,6 +400,8 @@ def table1(args):
     k_grid = [k for k in (args.dropout_grid or ([12] if args.quick else [30, 100]))
               if k < orders] or [max(1, orders // 2)]
     base = dict(head="monet", orders=orders)
+    if orders < math.factorial(tasks):
+        base["include_identity"] = True
     plain = dict(base)
     warm, warm_search = search(
         args, "table1 warm-up search",
@@ -398,7 +414,7 @@ def table1(args):
     both = normalized(dict(base, n=warm.get("n", 0), k=drop.get("k")))
     rows = [
         ("hard selection",
-         dict(head="hard", orders=orders, n=warm.get("n", 0))),
+         dict(base, head="hard", n=warm.get("n", 0))),
         ("plain", plain),
         ("warm-up", warm),
         ("dropout", drop),
@@ -492,7 +508,9 @@ def table2(args):
         ("VMNC", dict(head="vmnc", momentum=momentum)),
         ("VMNS", dict(head="vmns", momentum=momentum)),
         ("MRNN", dict(head="mrnn")),
-        ("MONET", dict(head="monet", orders=orders, n=n, k=k)),
+        ("MONET", dict(head="monet", orders=orders, n=n, k=k,
+                       **({"include_identity": True}
+                          if orders < math.factorial(tasks) else {}))),
         ("oracle", dict(head="oracle")),
     ]
     payload = dict(tasks=tasks, epochs=args.epochs, seeds=args.seeds, rows={})
@@ -561,6 +579,8 @@ def fig6(args):
     ]
     for k in ks:
         spec = dict(head="monet", orders=orders)
+        if orders < math.factorial(tasks):
+            spec["include_identity"] = True
         if k < orders:
             spec["k"] = k
         results = [
