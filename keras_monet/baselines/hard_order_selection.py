@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_monet import losses
 from keras_monet.baselines import head_utils
+from keras_monet.layers.head import TaskHead
 from keras_monet.layers.order_selector import draw_orders
 from keras_monet.layers.order_selector import validate_orders
 from keras_monet.layers.taskwise_recurrent import TaskwiseRecurrent
@@ -14,7 +15,7 @@ SELECTIONS = ("proportional", "best")
 
 
 @keras.saving.register_keras_serializable(package="keras_monet")
-class HardOrderSelection(keras.layers.Layer):
+class HardOrderSelection(TaskHead):
     """Explores M task orders, then commits to one of them for good.
 
     The baseline of Table 1 after Vinyals et al., "Order Matters". It has
@@ -265,8 +266,7 @@ class HardOrderSelection(keras.layers.Layer):
     # -- the forward pass ---------------------------------------------------
     def call(self, inputs, training=None):
         if training:
-            context = head_utils.training_context(self)
-            head_utils.check_labels(self, context.labels)
+            context = self.training_context()
         initial_state = self.compression(inputs)  # [B, H]
         if training:
             return self._teacher_forced(initial_state, context)
@@ -330,12 +330,6 @@ class HardOrderSelection(keras.layers.Layer):
         orders = ops.take(self.order_table, indices, axis=0)  # [B, L, T]
         probabilities = self.recurrent(initial_state, orders)  # [B, L, T]
         return ops.mean(probabilities, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.tasks)
-
-    def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor((inputs.shape[0], self.tasks), "float32")
 
     def get_config(self):
         config = super().get_config()

@@ -2,41 +2,6 @@
 
 from keras import ops
 
-from keras_monet import teacher_forcing
-
-
-def training_context(layer):
-    """The active teacher-forcing context, or the same error as MONETHead.
-
-    Args:
-        layer: the head asking (named in the error).
-
-    Returns:
-        The `keras_monet.teacher_forcing.TeacherForcing` context.
-    """
-    context = teacher_forcing.current()
-    if context is None:
-        raise ValueError(
-            f"{type(layer).__name__} '{layer.name}' was called for training "
-            "without its labels. MONET heads and their baselines train with "
-            "the labels of the training step: build the model with "
-            "`keras_monet.Sequential` or `keras_monet.MONETModel` (not "
-            "`keras.Model` or `keras.Sequential`) so that its training step "
-            "passes the labels to the head. For predictions, call with "
-            "`training=False`."
-        )
-    return context
-
-
-def check_labels(layer, labels):
-    """Raises a ValueError unless the labels have one column per task."""
-    if labels.shape[-1] != layer.tasks:
-        raise ValueError(
-            f"The labels should have one column per task: expected "
-            f"{layer.tasks} (`tasks`), received labels of shape "
-            f"{tuple(labels.shape)}."
-        )
-
 
 def summed_bce(labels, logits, label_mask=None):
     """Per-example loss: sum over tasks of BCE-with-logits, float32 `[B]`.

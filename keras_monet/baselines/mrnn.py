@@ -5,11 +5,12 @@ import numpy as np
 from keras import ops
 
 from keras_monet.baselines import head_utils
+from keras_monet.layers.head import TaskHead
 from keras_monet.layers.order_selector import validate_orders
 
 
 @keras.saving.register_keras_serializable(package="keras_monet")
-class MRNN(keras.layers.Layer):
+class MRNN(TaskHead):
     """Multi-task recurrent network: one GRU cell, one fixed task order.
 
     The classifier-chain RNN baseline of the paper. Unlike `MONETHead`, a
@@ -174,8 +175,7 @@ class MRNN(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if training:
-            context = head_utils.training_context(self)
-            head_utils.check_labels(self, context.labels)
+            context = self.training_context()
         initial_state = self.compression(inputs)
         if training:
             logits = self.unroll(
@@ -204,12 +204,6 @@ class MRNN(keras.layers.Layer):
             ops.reshape(probabilities, (batch_size, samples, self.tasks)),
             axis=1,
         )
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.tasks)
-
-    def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor((inputs.shape[0], self.tasks), "float32")
 
     def get_config(self):
         config = super().get_config()

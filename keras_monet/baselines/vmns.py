@@ -4,10 +4,11 @@ import keras
 from keras import ops
 
 from keras_monet.baselines import head_utils
+from keras_monet.layers.head import TaskHead
 
 
 @keras.saving.register_keras_serializable(package="keras_monet")
-class VMNS(keras.layers.Layer):
+class VMNS(TaskHead):
     """Vanilla multi-task network, separate heads: one MLP per task.
 
     For each task t, on the shared features:
@@ -111,8 +112,7 @@ class VMNS(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if training:
-            context = head_utils.training_context(self)
-            head_utils.check_labels(self, context.labels)
+            context = self.training_context()
         logits = self.logits(inputs, training=training)
         if training:
             context.add_loss(
@@ -121,12 +121,6 @@ class VMNS(keras.layers.Layer):
                 )
             )
         return ops.sigmoid(logits)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.tasks)
-
-    def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor((inputs.shape[0], self.tasks), "float32")
 
     def get_config(self):
         config = super().get_config()

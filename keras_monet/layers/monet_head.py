@@ -6,7 +6,7 @@ import numpy as np
 from keras import ops
 
 from keras_monet import losses
-from keras_monet import teacher_forcing
+from keras_monet.layers.head import TaskHead
 from keras_monet.layers.order_selector import OrderSelector
 from keras_monet.layers.taskwise_recurrent import TaskwiseRecurrent
 
@@ -23,7 +23,7 @@ def positive_rate_bias(positive_rates):
 
 
 @keras.saving.register_keras_serializable(package="keras_monet")
-class MONETHead(keras.layers.Layer):
+class MONETHead(TaskHead):
     """Multi-Order Network head: T binary tasks predicted in learned orders.
 
     Features are compressed once, `h_0 = ReLU(Dense(units)(features))`, then
@@ -211,17 +211,7 @@ class MONETHead(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        context = teacher_forcing.current()
-        if training and context is None:
-            raise ValueError(
-                f"MONETHead '{self.name}' was called for training without "
-                "its labels. MONET trains with teacher forcing: build the "
-                "model with `keras_monet.Sequential` or "
-                "`keras_monet.MONETModel` (not `keras.Model` or "
-                "`keras.Sequential`) so that its training step passes the "
-                "labels to the head. For predictions, call with "
-                "`training=False`."
-            )
+        context = self.training_context() if training else None
         initial_state = self.compression(inputs)  # [B, H], before tiling
         if training:
             return self._teacher_forced(initial_state, context)
@@ -229,12 +219,6 @@ class MONETHead(keras.layers.Layer):
 
     def _teacher_forced(self, initial_state, context):
         labels = context.labels
-        if labels.shape[-1] != self.tasks:
-            raise ValueError(
-                f"The labels should have one column per task: expected "
-                f"{self.tasks} (`tasks`), received labels of shape "
-                f"{tuple(labels.shape)}."
-            )
         order_indices, log_weights = self.order_selector(
             initial_state, training=True
         )  # [B, k]
@@ -259,12 +243,6 @@ class MONETHead(keras.layers.Layer):
         orders = self.order_selector.gather_orders(order_indices)  # [B, L, T]
         probabilities = self.recurrent(initial_state, orders)  # [B, L, T]
         return ops.mean(probabilities, axis=1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.tasks)
-
-    def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor((inputs.shape[0], self.tasks), "float32")
 
     def get_config(self):
         config = super().get_config()
