@@ -255,6 +255,24 @@ def test_hard_selection_measures_and_selects():
     )
 
 
+def test_hard_selection_explores_k_orders_and_learns_no_soft_order():
+    x, y = _data(tasks=3)
+    head = baselines.HardOrderSelection(3, orders=6, exploration_orders=2, seed=0)
+    _loss_and_outputs(head, x, y)
+    # k = 2 orders per example, distinct within each example.
+    counts = ops.convert_to_numpy(head.order_loss_count)
+    assert counts.sum() == 2 * len(x) and counts.max() <= len(x)
+    # Same orders as a MONET selector drawn with the same seed, and the
+    # selector's logits are not trained: pi stays uniform.
+    selector = keras_monet.OrderSelector(3, 6, seed=0)
+    np.testing.assert_array_equal(head.orders, selector.orders)
+    assert not any("order_logits" in w.path for w in head.trainable_weights)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(head.order_selector.order_probabilities()),
+        np.full(6, 1 / 6), rtol=1e-6,
+    )
+
+
 def test_oracle_is_monet_with_one_order():
     head = baselines.oracle(4, samples=5)
     assert isinstance(head, keras_monet.MONETHead)

@@ -5,10 +5,9 @@ import numpy as np
 from keras import ops
 
 from keras_monet import losses
-from keras_monet.baselines import head_utils
 from keras_monet.layers.head import TaskHead
-from keras_monet.layers.order_selector import draw_orders
-from keras_monet.layers.order_selector import validate_orders
+from keras_monet.layers.head import check_positive_int
+from keras_monet.layers.order_selector import OrderSelector
 from keras_monet.layers.taskwise_recurrent import TaskwiseRecurrent
 
 SELECTIONS = ("proportional", "best")
@@ -19,7 +18,9 @@ class HardOrderSelection(TaskHead):
     """Explores M task orders, then commits to one of them for good.
 
     The baseline of Table 1 after Vinyals et al., "Order Matters". It has
-    the same task-wise GRU cells as `MONETHead` but no soft order selector:
+    the same task-wise GRU cells as `MONETHead` and the same `OrderSelector`
+    (the M orders, and the k-subsets drawn per example), but it never
+    learns a soft order: the selector's logits stay frozen at 0.
 
     1. Exploration (while `exploring` is 1): every example is unrolled in
        all M orders (or `exploration_orders` k of them, drawn uniformly per
@@ -99,48 +100,49 @@ class HardOrderSelection(TaskHead):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        head_utils.check_positive_int("tasks", tasks)
-        head_utils.check_positive_int("samples", samples)
-        head_utils.check_positive_int("units", units)
-        head_utils.check_positive_int("label_units", label_units)
-        if isinstance(orders, (int, np.integer)) and not isinstance(orders, bool):
-            head_utils.check_positive_int("orders", int(orders))
-            order_array = draw_orders(tasks, int(orders), seed)
-            self._orders_arg = int(orders)
-        else:
-            order_array = validate_orders(orders, tasks)
-            self._orders_arg = order_array.tolist()
-        num_orders = len(order_array)
-        if exploration_orders is not None and (
-            isinstance(exploration_orders, bool)
-            or not isinstance(exploration_orders, (int, np.integer))
-            or not 1 <= exploration_orders <= num_orders
-        ):
-            raise ValueError(
-                "`exploration_orders` (the k orders unrolled per example while "
-                f"exploring) should be an integer in [1, orders={num_orders}] "
-                f"or None. Received: `exploration_orders={exploration_orders}`."
-            )
+        for name, value in (("tasks", tasks), ("samples", samples),
+                            ("units", units), ("label_units", label_units)):
+            check_positive_int(name, value)
         if selection not in SELECTIONS:
             raise ValueError(
                 f"`selection` should be one of {SELECTIONS}. Received: "
                 f"`selection={selection!r}`."
             )
         self.tasks = tasks
-        self.num_orders = num_orders
-        self.exploration_orders = (
-            None if exploration_orders is None else int(exploration_orders)
-        )
         self.selection = selection
         self.samples = samples
         self.units = units
         self.label_units = label_units
         self.seed = seed
-        self._initial_orders = order_array
+        # The orders and the exploration's per-example k-subsets are an
+        # `OrderSelector`'s (order dropout = exploration_orders); its logits
+        # stay frozen at 0, so its pi is uniform: hard selection learns no
+        # soft order, it measures the orders instead.
+        self.order_selector = OrderSelector(
+            tasks,
+            orders,
+            seed=seed,
+            trainable=False,
+            dtype=self.dtype_policy,
+            name="order_selector",
+        )
+        if exploration_orders is not None and (
+            isinstance(exploration_orders, bool)
+            or not isinstance(exploration_orders, (int, np.integer))
+            or not 1 <= exploration_orders <= self.num_orders
+        ):
+            raise ValueError(
+                "`exploration_orders` (the k orders unrolled per example while "
+                f"exploring) should be an integer in [1, orders={self.num_orders}]"
+                f" or None. Received: `exploration_orders={exploration_orders}`."
+            )
+        self.exploration_orders = (
+            None if exploration_orders is None else int(exploration_orders)
+        )
+        self.order_selector.order_dropout = self.exploration_orders
         # The phase the training step is traced for; `exploring` mirrors it
         # as a saved variable.
         self._exploring_step = True
-        self.seed_generator = keras.random.SeedGenerator(seed)
         self._rng = np.random.default_rng(None if seed is None else seed + 2)
         self.compression = keras.layers.Dense(
             units, activation="relu", dtype=self.dtype_policy, name="compression"
@@ -155,27 +157,24 @@ class HardOrderSelection(TaskHead):
         )
 
     @property
-    def kept_orders(self):
-        return self.exploration_orders or self.num_orders
+    def orders(self):
+        """The M orders, int numpy `[M, T]`."""
+        return self.order_selector.orders
+
+    @property
+    def num_orders(self):
+        return self.order_selector.num_orders
 
     def build(self, input_shape):
         if self.built:
             return
         self.compression.build(input_shape)
+        self.order_selector.build(input_shape)
         self.recurrent.build((input_shape[0], self.units), None)
-        initial = self._initial_orders
         m = self.num_orders
-
-        def constant(value):
-            return lambda shape, dtype: ops.convert_to_tensor(value, dtype)
-
-        self.order_table = self.add_weight(
-            name="orders", shape=initial.shape, dtype="int32",
-            initializer=constant(initial), trainable=False,
-        )
         self.exploring = self.add_weight(
             name="exploring", shape=(), dtype="int32",
-            initializer=constant(1), trainable=False,
+            initializer=keras.initializers.Constant(1), trainable=False,
         )
         self.selected_index = self.add_weight(
             name="selected_index", shape=(), dtype="int32",
@@ -190,13 +189,6 @@ class HardOrderSelection(TaskHead):
             initializer="zeros", trainable=False, autocast=False,
         )
         self.built = True
-
-    @property
-    def orders(self):
-        """The M orders, int numpy `[M, T]`."""
-        if not self.built:
-            return self._initial_orders.copy()
-        return np.asarray(ops.convert_to_numpy(self.order_table))
 
     # -- the phases, driven from the host (`OrderExploration`) -------------
     def reset_measurements(self):
@@ -274,24 +266,15 @@ class HardOrderSelection(TaskHead):
 
     def _teacher_forced(self, initial_state, context):
         labels, label_mask = context.labels, context.label_mask
-        batch_size = ops.shape(initial_state)[0]
-        m, k = self.num_orders, self.kept_orders
+        m = self.num_orders
         if self._exploring_step:
-            if k < m:
-                noise = keras.random.uniform(
-                    (batch_size, m), seed=self.seed_generator
-                )
-                _, explored = ops.top_k(noise, k, sorted=False)
-                explored = ops.cast(explored, "int32")  # [B, k]
-            else:
-                explored = ops.broadcast_to(
-                    ops.arange(m, dtype="int32")[None, :], (batch_size, m)
-                )
+            explored, _ = self.order_selector(initial_state, training=True)
         else:
+            batch_size = ops.shape(initial_state)[0]
             explored = ops.broadcast_to(
                 ops.reshape(self.selected_index, (1, 1)), (batch_size, 1)
             )
-        orders = ops.take(self.order_table, explored, axis=0)  # [B, k, T]
+        orders = self.order_selector.gather_orders(explored)  # [B, k, T]
         logits = self.recurrent(
             initial_state, orders, labels=labels, label_mask=label_mask
         )
@@ -319,15 +302,13 @@ class HardOrderSelection(TaskHead):
         """Eq. 27 with uniform orders (exploring) or the selected one."""
         samples = samples or self.samples
         batch_size = ops.shape(initial_state)[0]
-        uniform = keras.random.randint(
-            (batch_size, samples), 0, self.num_orders, seed=self.seed_generator
-        )
+        uniform = self.order_selector.sample_orders(batch_size, samples)
         indices = ops.where(
             ops.equal(self.exploring, 1),
-            ops.cast(uniform, "int32"),
+            uniform,
             ops.broadcast_to(self.selected_index, (batch_size, samples)),
         )
-        orders = ops.take(self.order_table, indices, axis=0)  # [B, L, T]
+        orders = self.order_selector.gather_orders(indices)  # [B, L, T]
         probabilities = self.recurrent(initial_state, orders)  # [B, L, T]
         return ops.mean(probabilities, axis=1)
 
@@ -336,7 +317,7 @@ class HardOrderSelection(TaskHead):
         config.update(
             {
                 "tasks": self.tasks,
-                "orders": self._orders_arg,
+                "orders": self.order_selector._orders_arg,
                 "exploration_orders": self.exploration_orders,
                 "selection": self.selection,
                 "samples": self.samples,
@@ -380,7 +361,7 @@ class OrderExploration(keras.callbacks.Callback):
                 "`epochs` (the exploration length) should be an integer >= 0. "
                 f"Received: `epochs={epochs}`."
             )
-        head_utils.check_positive_int("measure_epochs", measure_epochs)
+        check_positive_int("measure_epochs", measure_epochs)
         self.epochs = epochs
         self.measure_epochs = measure_epochs
         self.verbose = verbose

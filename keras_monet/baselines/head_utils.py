@@ -20,8 +20,10 @@ def summed_bce(labels, logits, label_mask=None):
     return ops.sum(bce, axis=-1)
 
 
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def check_momentum(momentum):
+    """The batch normalisations' momentum of VMNC / VMNS, in [0, 1)."""
+    if not 0.0 <= momentum < 1.0:
         raise ValueError(
-            f"`{name}` should be an integer >= 1. Received: `{name}={value}`."
+            "`momentum` (of the batch normalisation's moving statistics) "
+            f"should be in [0, 1). Received: `momentum={momentum}`."
         )

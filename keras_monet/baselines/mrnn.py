@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_monet.baselines import head_utils
+from keras_monet.layers.head import check_positive_int
 from keras_monet.layers.head import TaskHead
 from keras_monet.layers.order_selector import validate_orders
 
@@ -77,10 +78,10 @@ class MRNN(TaskHead):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        head_utils.check_positive_int("tasks", tasks)
-        head_utils.check_positive_int("samples", samples)
-        head_utils.check_positive_int("units", units)
-        head_utils.check_positive_int("label_units", label_units)
+        check_positive_int("tasks", tasks)
+        check_positive_int("samples", samples)
+        check_positive_int("units", units)
+        check_positive_int("label_units", label_units)
         if order is None:
             order_array = np.random.default_rng(seed).permutation(tasks)
         else:

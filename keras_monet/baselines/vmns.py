@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_monet.baselines import head_utils
+from keras_monet.layers.head import check_positive_int
 from keras_monet.layers.head import TaskHead
 
 
@@ -57,13 +58,9 @@ class VMNS(TaskHead):
 
     def __init__(self, tasks, units=64, momentum=0.99, **kwargs):
         super().__init__(**kwargs)
-        head_utils.check_positive_int("tasks", tasks)
-        head_utils.check_positive_int("units", units)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(
-                "`momentum` (of the batch normalisation's moving statistics) "
-                f"should be in [0, 1). Received: `momentum={momentum}`."
-            )
+        check_positive_int("tasks", tasks)
+        check_positive_int("units", units)
+        head_utils.check_momentum(momentum)
         self.momentum = momentum
         self.tasks = tasks
         self.units = units

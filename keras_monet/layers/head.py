@@ -5,6 +5,14 @@ import keras
 from keras_monet import teacher_forcing
 
 
+def check_positive_int(name, value):
+    """Raises the error every head gives for a size that is not an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` should be an integer >= 1. Received: `{name}={value}`."
+        )
+
+
 class TaskHead(keras.layers.Layer):
     """Base of heads that predict T binary tasks, `[B, D] -> [B, T]`.
 

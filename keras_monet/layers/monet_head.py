@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_monet import losses
 from keras_monet.layers.head import TaskHead
+from keras_monet.layers.head import check_positive_int
 from keras_monet.layers.order_selector import OrderSelector
 from keras_monet.layers.taskwise_recurrent import TaskwiseRecurrent
 
@@ -103,15 +104,8 @@ class MONETHead(TaskHead):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
-            raise ValueError(
-                f"`tasks` should be an integer >= 1. Received: `tasks={tasks}`."
-            )
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(
-                "`samples` should be an integer >= 1. Received: "
-                f"`samples={samples}`."
-            )
+        check_positive_int("tasks", tasks)
+        check_positive_int("samples", samples)
         if objective not in losses.OBJECTIVES:
             raise ValueError(
                 f"`objective` should be one of {losses.OBJECTIVES}. "

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_monet.layers.head import check_positive_int
+
 # Above this many permutations we never enumerate them; distinct orders are
 # drawn by rejection instead (cheap while M is far below T!).
 _MAX_ENUMERATED_PERMUTATIONS = 40320  # 8!
@@ -134,10 +136,7 @@ class OrderSelector(keras.layers.Layer):
 
     def __init__(self, tasks, orders, order_dropout=None, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
-            raise ValueError(
-                f"`tasks` should be an integer >= 1. Received: `tasks={tasks}`."
-            )
+        check_positive_int("tasks", tasks)
         if isinstance(orders, (int, np.integer)) and not isinstance(
             orders, bool
         ):
