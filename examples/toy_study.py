@@ -17,6 +17,8 @@ python examples/toy_study.py table1 --seeds 5 --epochs 500 --out results/toy
 python examples/toy_study.py table2 --seeds 5 --epochs 500 --out results/toy
 python examples/toy_study.py fig6   --seeds 5 --epochs 500 --out results/toy
 python examples/toy_study.py table1 --quick --out /tmp/toy   # minutes
+python examples/toy_study.py table2 --seeds 5 --epochs 500 --workers 8 \
+    --out results/toy                        # 8 runs at once, many cores
 python examples/toy_study.py run --warmup 20 --dropout 100 --seeds 2 \
     --epochs 500 --out results/toy                            # one setting
 ```
@@ -26,7 +28,9 @@ Each subcommand writes `<name>.json` (every run, every setting),
 also cached in `--out/runs/`, keyed by its full configuration, so an
 interrupted study resumes where it stopped and the subcommands share runs
 (Table 2's MONET row is Table 1's warm-up + dropout row; Figure 6 reuses
-Table 1's plain and dropout runs).
+Table 1's plain and dropout runs). With `--workers N` the runs a step needs
+train N at a time, each in its own process; a run's result does not depend
+on how many train beside it.
 """
 
 """
@@ -202,7 +206,7 @@ def run_experiment(spec, tasks, seed, epochs):
     if spec["head"] == "hard":
         callbacks.append(baselines.OrderExploration(spec.get("n", 0)))
     start = time.time()
-    model.fit(
+    fit_history = model.fit(
         x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0,
         callbacks=callbacks,
     )
@@ -217,6 +221,7 @@ def run_experiment(spec, tasks, seed, epochs):
         test_accuracy=accuracy(x_test, y_test),
         val_accuracy=accuracy(x_val, y_val),
         train_seconds=train_time,
+        loss_history=[float(v) for v in fit_history.history["loss"]],
     )
     if spec["head"] == "monet":
         result["top_orders"] = head.top_orders(3)
@@ -253,13 +258,18 @@ def normalized(spec):
     return spec
 
 
-def cached_run(out, spec, tasks, seed, epochs, label=""):
-    spec = normalized(spec)
+def run_path(out, spec, tasks, seed, epochs):
     key = json.dumps(
-        dict(spec=spec, tasks=tasks, seed=seed, epochs=epochs), sort_keys=True
+        dict(spec=normalized(spec), tasks=tasks, seed=seed, epochs=epochs),
+        sort_keys=True,
     )
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    path = os.path.join(out, "runs", f"{digest}.json")
+    return os.path.join(out, "runs", f"{digest}.json")
+
+
+def cached_run(out, spec, tasks, seed, epochs, label=""):
+    spec = normalized(spec)
+    path = run_path(out, spec, tasks, seed, epochs)
     if os.path.exists(path):
         with open(path) as f:
             result = json.load(f)
@@ -269,8 +279,9 @@ def cached_run(out, spec, tasks, seed, epochs, label=""):
     log(f"{label} seed {seed}: training {epochs} epochs ...")
     result = run_experiment(spec, tasks, seed, epochs)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    with open(path + ".part", "w") as f:
         json.dump(result, f)
+    os.replace(path + ".part", path)  # a killed run leaves no half record
     extra = ""
     if "top_order" in result:
         extra = f", top order {result['top_order']}"
@@ -279,6 +290,49 @@ def cached_run(out, spec, tasks, seed, epochs, label=""):
         f"(val {100 * np.mean(result['val_accuracy']):.1f}){extra}, "
         f"{result['train_seconds']:.0f}s")
     return result
+
+
+def cached_runs(args, jobs):
+    """Results of `jobs`, a list of `(label, spec, tasks, seed)`, in order.
+
+    Runs not in the cache train `--workers` at a time, each in its own
+    process (spawned, so each has a fresh backend); the runs are the same as
+    one at a time, only the wall time changes.
+    """
+    paths = [run_path(args.out, spec, tasks, seed, args.epochs)
+             for _, spec, tasks, seed in jobs]
+    todo = {}
+    for path, job in zip(paths, jobs):
+        if not os.path.exists(path):
+            todo.setdefault(path, job)
+    if args.workers > 1 and len(todo) > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        log(f"training {len(todo)} runs, {args.workers} at a time")
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=args.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+        ) as pool:
+            futures = [
+                pool.submit(cached_run, args.out, spec, tasks, seed,
+                            args.epochs, label)
+                for label, spec, tasks, seed in todo.values()
+            ]
+            for future in futures:
+                future.result()  # re-raises a worker's error here
+    return [cached_run(args.out, spec, tasks, seed, args.epochs, label)
+            for label, spec, tasks, seed in jobs]
+
+
+def runs_per_setting(args, settings, tasks, seeds):
+    """`cached_runs` of each `(label, spec)` on each seed: a list per setting."""
+    seeds = list(seeds)
+    results = cached_runs(args, [
+        (label, spec, tasks, seed) for label, spec in settings for seed in seeds
+    ])
+    return [results[i * len(seeds):(i + 1) * len(seeds)]
+            for i in range(len(settings))]
 
 
 def mean_accuracy(results, key="test_accuracy"):
@@ -331,17 +385,20 @@ def orders_by_distance(tasks, per_distance, seed=0):
 def fig5(args):
     task_counts = args.tasks or ([3, 4] if args.quick else [3, 4, 5])
     per_distance = args.orders_per_distance or (1 if args.quick else 2)
-    rows, payload = [], {"runs": []}
-    for tasks in task_counts:
-        for distance, order in orders_by_distance(tasks, per_distance):
-            spec = dict(head="imposed", order=order)
-            results = [
-                cached_run(args.out, spec, tasks, seed, args.epochs,
-                           f"fig5 T={tasks} order={order}")
-                for seed in range(args.seeds)
-            ]
-            payload["runs"].extend(results)
-            rows.append((tasks, distance, order, mean_accuracy(results)))
+    settings = [
+        (tasks, distance, order)
+        for tasks in task_counts
+        for distance, order in orders_by_distance(tasks, per_distance)
+    ]
+    results = cached_runs(args, [
+        (f"fig5 T={tasks} order={order}", dict(head="imposed", order=order),
+         tasks, seed)
+        for tasks, _, order in settings for seed in range(args.seeds)
+    ])
+    rows, payload = [], {"runs": results}
+    for i, (tasks, distance, order) in enumerate(settings):
+        mine = results[i * args.seeds:(i + 1) * args.seeds]
+        rows.append((tasks, distance, order, mean_accuracy(mine)))
     table = ["| T | distance | order | test accuracy (%) |", "|---|---|---|---|"]
     table += [f"| {t} | {d} | {o} | {a:.1f} |" for t, d, o, a in rows]
     payload["rows"] = rows
@@ -376,17 +433,16 @@ validation data, never on the test split).
 """
 
 
-def search(args, label, candidates, tasks, epochs):
+def search(args, label, candidates, tasks):
     """Best spec of `candidates` by validation accuracy; records the search."""
-    record = []
-    for spec in candidates:
-        results = [
-            cached_run(args.out, spec, tasks, seed, epochs, f"{label} {spec}")
-            for seed in range(args.search_seeds)
-        ]
-        record.append(
-            dict(spec=spec, val_accuracy=mean_accuracy(results, "val_accuracy"))
-        )
+    per_candidate = runs_per_setting(
+        args, [(f"{label} {spec}", spec) for spec in candidates], tasks,
+        range(args.search_seeds),
+    )
+    record = [
+        dict(spec=spec, val_accuracy=mean_accuracy(results, "val_accuracy"))
+        for spec, results in zip(candidates, per_candidate)
+    ]
     best = max(record, key=lambda r: r["val_accuracy"])
     log(f"{label}: chose {best['spec']} (validation {best['val_accuracy']:.1f})")
     return best["spec"], record
@@ -405,11 +461,11 @@ def table1(args):
     plain = dict(base)
     warm, warm_search = search(
         args, "table1 warm-up search",
-        [normalized(dict(base, n=n)) for n in n_grid], tasks, args.epochs,
+        [normalized(dict(base, n=n)) for n in n_grid], tasks,
     )
     drop, drop_search = search(
         args, "table1 dropout search",
-        [normalized(dict(base, k=k)) for k in k_grid], tasks, args.epochs,
+        [normalized(dict(base, k=k)) for k in k_grid], tasks,
     )
     both = normalized(dict(base, n=warm.get("n", 0), k=drop.get("k")))
     rows = [
@@ -435,11 +491,11 @@ def table1(args):
         "per task | paper accuracy | paper finds identity |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, spec in rows:
-        results = [
-            cached_run(args.out, spec, tasks, seed, args.epochs, f"table1 {name}")
-            for seed in range(args.seeds)
-        ]
+    per_row = runs_per_setting(
+        args, [(f"table1 {name}", spec) for name, spec in rows], tasks,
+        range(args.seeds),
+    )
+    for (name, spec), results in zip(rows, per_row):
         found = sum(r["finds_identity"] for r in results)
         per_task = 100 * np.mean([r["test_accuracy"] for r in results], axis=0)
         payload["rows"][name] = dict(
@@ -523,11 +579,11 @@ def table2(args):
         f"| model | {header} | mean |",
         "|---|" + "---|" * (tasks + 1),
     ]
-    for name, spec in rows:
-        results = [
-            cached_run(args.out, spec, tasks, seed, args.epochs, f"table2 {name}")
-            for seed in range(args.seeds)
-        ]
+    per_row = runs_per_setting(
+        args, [(f"table2 {name}", spec) for name, spec in rows], tasks,
+        range(args.seeds),
+    )
+    for (name, spec), results in zip(rows, per_row):
         per_task = 100 * np.mean([r["test_accuracy"] for r in results], axis=0)
         mean = float(per_task.mean())
         payload["rows"][name] = dict(
@@ -577,16 +633,16 @@ def fig6(args):
         "| k | final ||Omega - I||_F^2 (mean) | finds identity | mean test accuracy (%) |",
         "|---|---|---|---|",
     ]
+    specs = []
     for k in ks:
         spec = dict(head="monet", orders=orders)
         if orders < math.factorial(tasks):
             spec["include_identity"] = True
         if k < orders:
             spec["k"] = k
-        results = [
-            cached_run(args.out, spec, tasks, seed, args.epochs, f"fig6 k={k}")
-            for seed in range(args.seeds)
-        ]
+        specs.append((f"fig6 k={k}", spec))
+    per_k = runs_per_setting(args, specs, tasks, range(args.seeds))
+    for k, results in zip(ks, per_k):
         curves = [r["distance_history"] for r in results]
         payload["curves"][str(k)] = curves
         found = sum(r["finds_identity"] for r in results)
@@ -633,10 +689,10 @@ def run_command(args):
     if args.order_lr is not None and spec["head"] == "monet":
         spec["order_lr"] = args.order_lr
     spec = normalized(spec)
-    results = [
-        cached_run(args.out, spec, tasks, seed, args.epochs, f"run {spec}")
-        for seed in range(args.first_seed, args.first_seed + args.seeds)
-    ]
+    [results] = runs_per_setting(
+        args, [(f"run {spec}", spec)], tasks,
+        range(args.first_seed, args.first_seed + args.seeds),
+    )
     name = "run_" + "_".join(
         f"{k}{v}" for k, v in sorted(spec.items()) if k != "head"
     ).replace(" ", "").replace(",", "-").strip("[]") + f"_e{args.epochs}"
@@ -696,6 +752,9 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="small settings that finish in minutes")
     parser.add_argument("--out", default="results/toy_study")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="runs trained at once, one process each "
+                             "(default 1; about one per 2 cores)")
     parser.add_argument("--search-seeds", type=int, default=1,
                         help="seeds of the validation search for n and k")
     parser.add_argument("--warmup-grid", type=int_list, default=None,
@@ -721,7 +780,7 @@ def parse_args(argv=None):
         args.seeds = 2 if args.quick else 10
     if args.epochs is None:
         args.epochs = 30 if args.quick else PAPER["epochs"]
-    for name in ("seeds", "epochs", "search_seeds"):
+    for name in ("seeds", "epochs", "search_seeds", "workers"):
         if getattr(args, name) < 1:
             raise ValueError(
                 f"`--{name.replace('_', '-')}` should be >= 1. Received: "

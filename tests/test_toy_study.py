@@ -4,6 +4,7 @@ import importlib.util
 import itertools
 import json
 import os
+import sys
 
 import pytest
 
@@ -19,7 +20,12 @@ def study():
     spec = importlib.util.spec_from_file_location("toy_study", _PATH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    # `--workers` pickles the module's functions for spawned processes.
+    sys.modules["toy_study"] = module
+    sys.path.insert(0, os.path.dirname(_PATH))
+    yield module
+    sys.path.remove(os.path.dirname(_PATH))
+    del sys.modules["toy_study"]
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +105,22 @@ def test_fig6_and_fig5(study, out, capsys):
     _outputs(out, "fig5")
 
 
+def test_workers_train_the_same_runs_in_parallel(study, out, tmp_path):
+    # fig5 at T = 2 (two orders) ran one at a time in `out` above.
+    flags = ["fig5", "--tasks", "2", "--epochs", "1", "--seeds", "1"]
+    parallel = study.main(flags + ["--workers", "2", "--out", str(tmp_path)])
+    assert len(os.listdir(tmp_path / "runs")) == 2
+    sequential = study.main(flags + ["--out", out])  # cached
+    for a, b in zip(parallel["runs"], sequential["runs"]):
+        assert a["spec"] == b["spec"]
+        assert a["test_accuracy"] == b["test_accuracy"]
+        assert a["loss_history"] == b["loss_history"]
+
+
 def test_bad_flags(study):
     with pytest.raises(ValueError, match="`--epochs` should be >= 1"):
         study.parse_args(["table1", "--epochs", "0"])
+    with pytest.raises(ValueError, match="`--workers` should be >= 1"):
+        study.parse_args(["table1", "--workers", "0"])
     with pytest.raises(ValueError, match="`--tasks` should all be >= 2"):
         study.parse_args(["fig5", "--tasks", "1,3"])
