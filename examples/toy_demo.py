@@ -94,7 +94,13 @@ print(f"trained in {time.perf_counter() - start:.0f} s")
 ## What it learned
 
 The prediction averages 20 sampled trajectories (eq. 27). The soft order
-Omega says which task is handled at each step.
+Omega says which task is handled at each step. With the defaults (seed 0)
+the identity is the top order with pi ~ 0.6 and 2 -> 1 -> 3 -> 4 holds most
+of the rest: this encoder learns task 2 from x almost as well as from task 1,
+so the first two steps stay shared (80 epochs do not change that), while
+tasks 3 and 4, which need the earlier tasks, sit at steps 3 and 4 with
+Omega ~ 0.97. `examples/toy_study.py` runs the paper's settings, where
+MONET puts all of its weight on the identity.
 """
 
 prediction = model.predict(x_test, verbose=0)
