@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_monet.layers.head import check_positive_int
+
 
 # Up to this many tasks, `step_layout` counts ranks by prefix sums; above,
 # it sorts (XLA's sort on CPU costs more than the O(N T^2) sums at small T).
@@ -343,16 +345,9 @@ class TaskwiseRecurrent(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for name, value in (
-            ("tasks", tasks),
-            ("units", units),
-            ("label_units", label_units),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{name}` should be an integer >= 1. Received: "
-                    f"`{name}={value}`."
-                )
+        check_positive_int("tasks", tasks)
+        check_positive_int("units", units)
+        check_positive_int("label_units", label_units)
         self.tasks = tasks
         self.units = units
         self.label_units = label_units

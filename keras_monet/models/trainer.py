@@ -6,10 +6,11 @@ import keras
 import numpy as np
 from keras import ops
 
+# Keras's own (not exported) helpers to scale a loss for tf.distribute: the
+# TensorFlow step mirrors Keras's.
+from keras.src.losses import loss as loss_module
+
 from keras_monet import teacher_forcing
-# Keras's own helpers to scale a loss for tf.distribute (the TensorFlow step
-# mirrors Keras's).
-from keras.src.losses import loss as loss_module  # noqa: E402
 from keras_monet.optimizers.freezable_optimizer import FreezableOptimizer
 
 # The optimizer map routes every variable whose path ends with this to the
